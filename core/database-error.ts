@@ -3,7 +3,7 @@
  * SQLSTATE `BA<http status>`, message = the stable code, DETAIL = the human
  * message, HINT = JSON details (sql/migrations/0001, raise_error). This turns
  * them back into BastionErrors for callers outside the gateway (workers, the
- * CLI); the gateway's toBastionError does the same for HTTP answers.
+ * CLI); the gateway's toBastionError builds on it for HTTP answers.
  */
 import { BastionError, isErrorCode, type ErrorDetails } from './errors.ts';
 

@@ -9,6 +9,7 @@
  * The message must already be safe to store: no credentials (it names paths,
  * agent ids, secret names — never secret values).
  */
+import { targetSnapshotSchema, type TargetSnapshot } from './target-snapshot.ts';
 import type { TaskErrorKind } from './task-status.ts';
 
 /** Structured, credential-free facts for the failure event (path, reason, agent_id, …). */
@@ -31,4 +32,29 @@ export class TaskAttemptError extends Error {
     this.fields = { reason, ...options.fields };
     this.retryAfterSeconds = options.retryAfterSeconds;
   }
+}
+
+/**
+ * The target snapshot a delete or cleanup task stored, checked. A bad one
+ * fails the attempt as `config` (never retried); the message names only the
+ * field and zod's reason, never the value (it may be a URL with credentials).
+ */
+export function taskTargetSnapshot(value: unknown): TargetSnapshot {
+  const parsed = targetSnapshotSchema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new TaskAttemptError('config', 'invalid_target_snapshot', `invalid target snapshot: ${issue ? issue.path.join('.') || 'value' : 'value'}: ${issue?.message ?? 'invalid'}`);
+}
+
+/**
+ * local_dir data is only reachable on the node that wrote it: anywhere else
+ * the attempt fails with kind `offline`, naming the agent, and the task waits
+ * with the offline backoff until that agent runs it. `what` says what waits
+ * ("the snapshot is", "the run's data is"), `action` what runs later.
+ */
+export function requireLocalNode(snapshot: TargetSnapshot, localNodeId: string, what: string, action: string): void {
+  if (snapshot.node_id === localNodeId) return;
+  throw new TaskAttemptError('offline', 'agent_offline', `${what} on agent ${snapshot.node_id}, which is not connected to this hub; the ${action} runs when it is`, {
+    fields: { agent_id: snapshot.node_id },
+  });
 }

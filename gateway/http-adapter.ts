@@ -19,7 +19,8 @@ import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { HttpRequest as UwsRequest, HttpResponse as UwsResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { BastionError, ERRORS, isErrorCode, type ErrorDetails } from '../core/errors.ts';
+import { BastionError, ERRORS, type ErrorDetails } from '../core/errors.ts';
+import { bastionErrorFromSql } from '../core/database-error.ts';
 
 /** A normalised HTTP request. */
 export interface Request {
@@ -95,19 +96,9 @@ export function toErrorResponse(err: unknown, requestId: string, logger: Logger)
 
 /** Map an error to a BastionError when it is one of ours (or PostgreSQL's permission refusal); null otherwise. */
 export function toBastionError(err: unknown): BastionError | null {
-  if (err instanceof BastionError) return err;
-  const e = err as { code?: unknown; message?: unknown; detail?: unknown; hint?: unknown };
-  if (typeof e?.code === 'string' && /^BA\d{3}$/.test(e.code) && isErrorCode(e.message)) {
-    let details: ErrorDetails | undefined;
-    if (typeof e.hint === 'string' && e.hint !== '') {
-      try {
-        details = JSON.parse(e.hint) as ErrorDetails;
-      } catch {
-        details = undefined;
-      }
-    }
-    return new BastionError(e.message, typeof e.detail === 'string' && e.detail !== '' ? e.detail : undefined, { details, cause: err });
-  }
+  const domain = bastionErrorFromSql(err);
+  if (domain) return domain;
+  const e = err as { code?: unknown; message?: unknown } | null;
   if (e?.code === '42501') return new BastionError('forbidden', undefined, { cause: err });
   // PostgreSQL refusing a value the client sent (bad UUID text, out-of-range
   // number, a CHECK constraint): the client's input, so a 400 with

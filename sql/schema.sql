@@ -1625,7 +1625,7 @@ AS $function$
 declare
   v_created boolean;
 begin
-  perform bastion_private.check_secret_node(put_secret.node_id);
+  perform bastion_private.check_node_is_usable(put_secret.node_id, 'node_id');
   if put_secret.kind is null then
     perform bastion_private.raise_error('invalid_secret', 400, 'kind is required', jsonb_build_object('field', 'kind', 'reason', 'required'));
   end if;
@@ -3434,7 +3434,6 @@ begin
     perform bastion_private.raise_error('invalid_input', 400, 'name must not contain control characters', jsonb_build_object('field', 'name', 'reason', 'control_characters'));
   end if;
 
-  -- node: 'hub' or an enrolled agent that is not revoked (0007).
   perform bastion_private.check_node_is_usable(check_job_fields.node_id, 'node_id');
 
   -- schedule: the shape only; croner (core/cron-schedule.ts) checks the fields.
@@ -3513,7 +3512,7 @@ begin
   end if;
 end
 $function$;
-comment on function bastion_private.check_job_fields(name text, node_id text, schedule text, schedule_timezone text, overlap_policy bastion.overlap_policy, spec jsonb) is 'Validate the fields of a job for create_job/update_job: the node is ''hub'' or an enrolled, non-revoked agent; name, schedule, time zone, overlap policy and spec as 0003. Raises invalid_input, node_not_found, agent_revoked, invalid_schedule, invalid_timezone or invalid_spec naming the field.';
+comment on function bastion_private.check_job_fields(name text, node_id text, schedule text, schedule_timezone text, overlap_policy bastion.overlap_policy, spec jsonb) is 'Validate the fields of a job for create_job/update_job (the node through check_node_is_usable); raises invalid_input, node_not_found, agent_revoked (once agents exist), invalid_schedule, invalid_timezone or invalid_spec naming the field.';
 
 CREATE OR REPLACE FUNCTION bastion_private.check_node_is_usable(p_node_id text, p_field text)
  RETURNS void
@@ -3637,19 +3636,6 @@ begin
 end
 $function$;
 comment on function bastion_private.check_retention_policy(p_policy jsonb, p_field text) is 'Raise invalid_retention_policy naming the field (p_field.key) and the reason (not_object, invalid_type, out_of_range with min/max, not_integer, unsupported_value, unknown_field, keep_rule_required) unless p_policy is a policy core/retention-policy.ts accepts; missing keys take their defaults.';
-
-CREATE OR REPLACE FUNCTION bastion_private.check_secret_node(node_id text)
- RETURNS void
- LANGUAGE plpgsql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-#variable_conflict use_column
-begin
-  perform bastion_private.check_node_is_usable(check_secret_node.node_id, 'node_id');
-end
-$function$;
-comment on function bastion_private.check_secret_node(node_id text) is 'Raise unless node_id names a node that may hold secrets: ''hub'' or an enrolled agent that is not revoked.';
 
 CREATE OR REPLACE FUNCTION bastion_private.check_target_snapshot(snapshot jsonb, node_id text)
  RETURNS void

@@ -18,6 +18,7 @@ import { sqlCall } from '../../core/database-error.ts';
 import { SecretKeyProvider } from '../../engine/secrets/secret-key.ts';
 import { putWebdavSecret } from '../../engine/secrets/secret-store.ts';
 import { UsageError, type CommandArgs, type Config } from '../config.ts';
+import { readPassword } from '../read-password.ts';
 import { openToolDatabase } from '../tool-database.ts';
 
 /** Flags of `bastion secret`. */
@@ -48,50 +49,6 @@ const SUBCOMMAND_FLAGS: Record<string, ReadonlyArray<keyof typeof SECRET_FLAGS>>
 /** Largest password read from stdin. */
 const MAX_PASSWORD_BYTES = 4096;
 
-/** Read the password: without echo from a terminal, else all of stdin minus one trailing newline. */
-async function readPassword(): Promise<string> {
-  const stdin = process.stdin;
-  if (stdin.isTTY) {
-    process.stderr.write('password: ');
-    stdin.setRawMode(true);
-    stdin.resume();
-    try {
-      return await new Promise<string>((resolve, reject) => {
-        let value = '';
-        const onData = (buf: Buffer) => {
-          for (const ch of buf.toString('utf8')) {
-            if (ch === '\r' || ch === '\n') {
-              stdin.off('data', onData);
-              process.stderr.write('\n');
-              resolve(value);
-              return;
-            }
-            if (ch === '\u0003') {
-              stdin.off('data', onData);
-              reject(new UsageError('secret: interrupted'));
-              return;
-            }
-            if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
-            else value += ch;
-          }
-        };
-        stdin.on('data', onData);
-      });
-    } finally {
-      stdin.setRawMode(false);
-      stdin.pause();
-    }
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of stdin) {
-    size += (c as Buffer).length;
-    if (size > MAX_PASSWORD_BYTES) throw new UsageError(`secret: more than ${MAX_PASSWORD_BYTES} bytes on stdin`);
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-}
-
 /** Run `bastion secret`. */
 export async function secretCommand(config: Config, logger: Logger, _version: string, args: CommandArgs): Promise<number> {
   const sub = args.positionals[0];
@@ -106,7 +63,7 @@ export async function secretCommand(config: Config, logger: Logger, _version: st
   if (sub !== 'list' && !f['name']) throw new UsageError(`secret ${sub}: --name is required`);
   if (sub === 'put-webdav' && !f['username']) throw new UsageError('secret put-webdav: --username is required');
   if (sub === 'delete' && !f['kind']) throw new UsageError('secret delete: --kind is required (webdav or backup_age_identity)');
-  const password = sub === 'put-webdav' ? await readPassword() : '';
+  const password = sub === 'put-webdav' ? await readPassword({ command: 'secret', maxBytes: MAX_PASSWORD_BYTES, tooLong: `secret: more than ${MAX_PASSWORD_BYTES} bytes on stdin` }) : '';
   const quiet = logger.levelVal < 40 ? logger.child({}, { level: 'warn' }) : logger;
   const db = await openToolDatabase(config, quiet, `bastion-secret-${sub}`);
   try {

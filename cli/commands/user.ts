@@ -19,6 +19,7 @@ import { BastionError } from '../../core/errors.ts';
 import { createUser, listUsers, loginLookup, setUserPassword } from '../../db/queries/users.ts';
 import { checkPassword, hashPassword } from '../../gateway/auth/password.ts';
 import { UsageError, type CommandArgs, type Config } from '../config.ts';
+import { readPassword } from '../read-password.ts';
 import { openToolDatabase } from '../tool-database.ts';
 
 /** Flags of `bastion user`. */
@@ -48,57 +49,6 @@ const ROLES = ['viewer', 'operator', 'admin'] as const;
 /** Largest password read from stdin, in bytes (4 bytes per character at most). */
 const MAX_STDIN_BYTES = 4 * 1024 + 2;
 
-async function readHidden(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  process.stderr.write(prompt);
-  stdin.setRawMode(true);
-  stdin.resume();
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      let value = '';
-      const onData = (buf: Buffer) => {
-        for (const ch of buf.toString('utf8')) {
-          if (ch === '\r' || ch === '\n') {
-            stdin.off('data', onData);
-            process.stderr.write('\n');
-            resolve(value);
-            return;
-          }
-          if (ch === '\u0003') {
-            stdin.off('data', onData);
-            reject(new UsageError('user: interrupted'));
-            return;
-          }
-          if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
-          else value += ch;
-        }
-      };
-      stdin.on('data', onData);
-    });
-  } finally {
-    stdin.setRawMode(false);
-    stdin.pause();
-  }
-}
-
-/** The password: typed twice on a terminal, else all of stdin minus one trailing newline. */
-async function readPassword(): Promise<string> {
-  if (process.stdin.isTTY) {
-    const first = await readHidden('password: ');
-    const second = await readHidden('again: ');
-    if (first !== second) throw new UsageError('user: the two passwords differ');
-    return first;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of process.stdin) {
-    size += (c as Buffer).length;
-    if (size > MAX_STDIN_BYTES) throw new UsageError('user: the password on stdin is longer than 1024 characters');
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
-}
-
 /** Run `bastion user`. */
 export async function userCommand(config: Config, logger: Logger, _version: string, args: CommandArgs): Promise<number> {
   const sub = args.positionals[0];
@@ -113,7 +63,7 @@ export async function userCommand(config: Config, logger: Logger, _version: stri
   if (sub === 'create' && !ROLES.includes(f['role'] as (typeof ROLES)[number])) throw new UsageError(`user create: --role must be one of ${ROLES.join(', ')}`);
   let hash = '';
   if (sub !== 'list') {
-    const password = await readPassword();
+    const password = await readPassword({ command: 'user', maxBytes: MAX_STDIN_BYTES, tooLong: 'user: the password on stdin is longer than 1024 characters', confirm: true });
     try {
       checkPassword(password);
     } catch (e) {

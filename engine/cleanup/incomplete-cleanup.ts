@@ -25,8 +25,7 @@
  * orphaned so an operator can decide.
  */
 import { HUB_NODE_ID } from '../../core/ids.ts';
-import { TaskAttemptError, type AttemptFields } from '../../core/task-attempt-error.ts';
-import { targetSnapshotSchema } from '../../core/target-snapshot.ts';
+import { requireLocalNode, taskTargetSnapshot, type AttemptFields } from '../../core/task-attempt-error.ts';
 import type { WebdavCredentials } from '../../core/webdav-path.ts';
 import type { RunDirRemovalOptions } from '../targets/local-run-dir-removal.ts';
 import { cleanupIncompleteRunDir, type WebdavTargetClientOptions } from '../targets/webdav-target.ts';
@@ -64,20 +63,10 @@ const ORPHAN_NOTE =
 
 /** Clean up the run's partial data. Throws TaskAttemptError, WebdavError or SecretError on failure. */
 export async function executeIncompleteCleanup(task: CleanupTask, deps: IncompleteCleanupDeps): Promise<CleanupAttemptOutcome> {
-  const parsed = targetSnapshotSchema.safeParse(task.target_snapshot);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    // Only the field and zod's reason: the value may be a URL with credentials.
-    throw new TaskAttemptError('config', 'invalid_target_snapshot', `invalid target snapshot: ${issue ? issue.path.join('.') || 'value' : 'value'}: ${issue?.message ?? 'invalid'}`);
-  }
-  const snapshot = parsed.data;
+  const snapshot = taskTargetSnapshot(task.target_snapshot);
   const target = snapshot.target;
   if (target.type === 'local_dir') {
-    if (snapshot.node_id !== (deps.localNodeId ?? HUB_NODE_ID)) {
-      throw new TaskAttemptError('offline', 'agent_offline', `the run's data is on agent ${snapshot.node_id}, which is not connected to this hub; the cleanup runs when it is`, {
-        fields: { agent_id: snapshot.node_id },
-      });
-    }
+    requireLocalNode(snapshot, deps.localNodeId ?? HUB_NODE_ID, "the run's data is", 'cleanup');
     const r = await cleanupLocalRunDir(target.base_dir, task.job_id, task.run_id, deps.local);
     const fields: AttemptFields = { duration_ms: r.durationMs, path: r.path };
     switch (r.outcome) {

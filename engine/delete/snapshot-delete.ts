@@ -16,8 +16,7 @@
  *   with the WebDAV secret of the snapshot's node scope.
  */
 import { HUB_NODE_ID } from '../../core/ids.ts';
-import { TaskAttemptError, type AttemptFields } from '../../core/task-attempt-error.ts';
-import { targetSnapshotSchema } from '../../core/target-snapshot.ts';
+import { requireLocalNode, taskTargetSnapshot, type AttemptFields } from '../../core/task-attempt-error.ts';
 import type { WebdavCredentials } from '../../core/webdav-path.ts';
 import { deleteRunDir, type WebdavTargetClientOptions } from '../targets/webdav-target.ts';
 import { deleteLocalRunDir, type LocalDeleteOptions } from './local-dir-delete.ts';
@@ -51,20 +50,10 @@ export interface SnapshotDeleteOutcome {
 
 /** Delete the snapshot's data. Throws TaskAttemptError, WebdavError or SecretError on failure. */
 export async function executeSnapshotDelete(task: SnapshotDeleteTask, deps: SnapshotDeleteDeps): Promise<SnapshotDeleteOutcome> {
-  const parsed = targetSnapshotSchema.safeParse(task.target_snapshot);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    // Only the field and zod's reason: the value may be a URL with credentials.
-    throw new TaskAttemptError('config', 'invalid_target_snapshot', `invalid target snapshot: ${issue ? issue.path.join('.') || 'value' : 'value'}: ${issue?.message ?? 'invalid'}`);
-  }
-  const snapshot = parsed.data;
+  const snapshot = taskTargetSnapshot(task.target_snapshot);
   const target = snapshot.target;
   if (target.type === 'local_dir') {
-    if (snapshot.node_id !== (deps.localNodeId ?? HUB_NODE_ID)) {
-      throw new TaskAttemptError('offline', 'agent_offline', `the snapshot is on agent ${snapshot.node_id}, which is not connected to this hub; the delete runs when it is`, {
-        fields: { agent_id: snapshot.node_id },
-      });
-    }
+    requireLocalNode(snapshot, deps.localNodeId ?? HUB_NODE_ID, 'the snapshot is', 'delete');
     const r = await deleteLocalRunDir(target.base_dir, task.job_id, task.run_id, deps.local);
     return r.outcome === 'deleted'
       ? { outcome: 'deleted', message: 'deleted snapshot data', fields: { duration_ms: r.durationMs, path: r.path } }

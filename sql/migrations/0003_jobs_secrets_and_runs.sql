@@ -82,6 +82,24 @@ comment on column bastion.jobs.schedule is 'Cron expression (5 fields: minute ho
 
 create index jobs_scheduled_idx on bastion.jobs (id) where archived_at is null and schedule is not null;
 
+-- Which nodes jobs and secrets may name: 'hub' only here; the agents
+-- migration (0007) replaces this function with one that also accepts enrolled,
+-- non-revoked agents. Everything that checks a node calls this one function.
+create function bastion_private.check_node_is_usable(p_node_id text, p_field text) returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_node_id is null or not bastion_private.is_node_id(p_node_id) then
+    perform bastion_private.raise_error('invalid_input', 400, 'node_id must be ''hub'' or an agent UUID', jsonb_build_object('field', p_field, 'reason', 'format'));
+  end if;
+  if p_node_id <> 'hub' then
+    perform bastion_private.raise_error('node_not_found', 404, format('node %s does not exist; jobs run on ''hub'' until agents are enrolled', p_node_id), jsonb_build_object('field', p_field, 'node_id', p_node_id));
+  end if;
+end
+$$;
+comment on function bastion_private.check_node_is_usable(text, text) is 'Raise unless the node may be named by a job or a secret (invalid_input, node_not_found).';
+
 create function bastion_private.check_job_fields(name text, node_id text, schedule text, schedule_timezone text, overlap_policy bastion.overlap_policy, spec jsonb) returns void
 language plpgsql stable
 as $$
@@ -102,13 +120,7 @@ begin
     perform bastion_private.raise_error('invalid_input', 400, 'name must not contain control characters', jsonb_build_object('field', 'name', 'reason', 'control_characters'));
   end if;
 
-  -- node: 'hub' only until the agents migration replaces this function.
-  if check_job_fields.node_id is null or not bastion_private.is_node_id(check_job_fields.node_id) then
-    perform bastion_private.raise_error('invalid_input', 400, 'node_id must be ''hub'' or an agent UUID', jsonb_build_object('field', 'node_id', 'reason', 'format'));
-  end if;
-  if check_job_fields.node_id <> 'hub' then
-    perform bastion_private.raise_error('node_not_found', 404, format('node %s does not exist; jobs run on ''hub'' until agents are enrolled', check_job_fields.node_id), jsonb_build_object('field', 'node_id', 'node_id', check_job_fields.node_id));
-  end if;
+  perform bastion_private.check_node_is_usable(check_job_fields.node_id, 'node_id');
 
   -- schedule: the shape only; croner (core/cron-schedule.ts) checks the fields.
   if check_job_fields.schedule is not null and (
@@ -186,7 +198,7 @@ begin
   end if;
 end
 $$;
-comment on function bastion_private.check_job_fields(text, text, text, text, bastion.overlap_policy, jsonb) is 'Validate the fields of a job for create_job/update_job; raises invalid_input, node_not_found, invalid_schedule, invalid_timezone or invalid_spec naming the field.';
+comment on function bastion_private.check_job_fields(text, text, text, text, bastion.overlap_policy, jsonb) is 'Validate the fields of a job for create_job/update_job (the node through check_node_is_usable); raises invalid_input, node_not_found, agent_revoked (once agents exist), invalid_schedule, invalid_timezone or invalid_spec naming the field.';
 
 create function bastion.create_job(name text, node_id text, schedule text, schedule_timezone text, overlap_policy bastion.overlap_policy, spec jsonb) returns bastion.jobs
 language plpgsql
@@ -295,21 +307,6 @@ comment on column bastion_private.secrets.created_at is 'When the secret was fir
 comment on column bastion_private.secrets.updated_at is 'When its value was last replaced.';
 comment on column bastion_private.secrets.updated_by is 'User who stored the current value (NULL from the CLI).';
 
-create function bastion_private.check_secret_node(node_id text) returns void
-language plpgsql stable
-as $$
-#variable_conflict use_column
-begin
-  if check_secret_node.node_id is null or not bastion_private.is_node_id(check_secret_node.node_id) then
-    perform bastion_private.raise_error('invalid_input', 400, 'node_id must be ''hub'' or an agent UUID', jsonb_build_object('field', 'node_id', 'reason', 'format'));
-  end if;
-  -- The agents migration replaces this function to accept enrolled agents.
-  if check_secret_node.node_id <> 'hub' then
-    perform bastion_private.raise_error('node_not_found', 404, format('node %s does not exist', check_secret_node.node_id), jsonb_build_object('field', 'node_id'));
-  end if;
-end
-$$;
-comment on function bastion_private.check_secret_node(text) is 'Raise unless node_id names a node that may hold secrets (''hub'' until agents exist).';
 
 create function bastion.put_secret(node_id text, kind bastion.secret_kind, name text, key_id text, nonce bytea, ciphertext bytea) returns boolean
 language plpgsql
@@ -320,7 +317,7 @@ as $$
 declare
   v_created boolean;
 begin
-  perform bastion_private.check_secret_node(put_secret.node_id);
+  perform bastion_private.check_node_is_usable(put_secret.node_id, 'node_id');
   if put_secret.kind is null then
     perform bastion_private.raise_error('invalid_secret', 400, 'kind is required', jsonb_build_object('field', 'kind', 'reason', 'required'));
   end if;
