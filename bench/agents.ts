@@ -26,13 +26,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { pino } from 'pino';
 import { AGENT_WORK_KINDS } from '../core/agent-protocol.ts';
-import { startEmbeddedPostgres } from '../db/embedded-postgres.ts';
 import { migrate } from '../db/migrator.ts';
+import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
-import { withDatabaseName } from '../db/scratch-database.ts';
 import { ResultsCache } from '../agent/results-cache.ts';
 import { AgentSession } from '../agent/session.ts';
 import { WorkRunner } from '../agent/work-runner.ts';
@@ -64,25 +62,8 @@ try {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 }
 
-async function database(): Promise<string> {
-  let serverUrl = process.env['DATABASE_URL'];
-  if (!serverUrl) {
-    const cluster = await startEmbeddedPostgres({ dataDir: path.join(work, 'pg'), settings: { max_connections: 200 } });
-    cleanups.push(() => cluster.stop());
-    serverUrl = cluster.connectionString;
-  }
-  const name = `bastion_bench_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  cleanups.push(async () => {
-    const c = new pg.Client({ connectionString: serverUrl });
-    await c.connect();
-    await c.query(`drop database if exists ${name} with (force)`);
-    await c.end();
-  });
-  return withDatabaseName(serverUrl, name);
+function database(): Promise<string> {
+  return benchDatabase(work, cleanups, { max_connections: 200 });
 }
 
 async function rssKiB(pid: number): Promise<number> {
@@ -90,7 +71,7 @@ async function rssKiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
 }
 
-async function startHubProcess(url: string): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+async function startHubProcess(url: string): Promise<{ url: string; pid: number; logs(): string; stop(): Promise<void> }> {
   const child = spawn(process.execPath, [MAIN, 'hub'], {
     env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, BASTION_LISTEN: '127.0.0.1:0', BASTION_SECRET_KEY: randomBytes(32).toString('base64'), BASTION_DATA_DIR: path.join(work, 'hub'), BASTION_LOG_LEVEL: 'warn', BASTION_GRAPHIQL: 'off', BASTION_WORKER_CONCURRENCY: arg('worker-concurrency', '4') },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -108,6 +89,7 @@ async function startHubProcess(url: string): Promise<{ url: string; pid: number;
       return {
         url: `http://127.0.0.1:${port}`,
         pid: child.pid!,
+        logs: () => out.slice(-4000),
         stop: async () => {
           child.kill('SIGINT');
           await exited;
@@ -276,7 +258,11 @@ async function main(): Promise<void> {
       if (n === items.length) break;
       if (Date.now() > deadline) {
         const st = await pool.query(`select status, last_error, count(*)::int from bastion.artifact_delete_tasks where run_id = any($1::uuid[]) group by 1, 2`, [runIds]);
-        throw new Error(`only ${n} of ${items.length} deletes done after 120 s: ${JSON.stringify(st.rows)}`);
+        const jobs = await pool.query(
+          `select task_identifier, count(*)::int as n, count(locked_at)::int as locked, max(attempts) as attempts, min(run_at) as first_run_at, max(last_error) as last_error
+             from graphile_worker.jobs group by 1`,
+        );
+        throw new Error(`only ${n} of ${items.length} deletes done after 120 s: ${JSON.stringify(st.rows)}; graphile jobs ${JSON.stringify(jobs.rows)}; hub log tail:\n${hub.logs()}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }

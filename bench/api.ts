@@ -23,7 +23,6 @@
  * ≤ 3, and ≥ 1,000 req/s).
  */
 import '../gateway/graphile-env.ts';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,10 +30,9 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pino } from 'pino';
-import { startEmbeddedPostgres } from '../db/embedded-postgres.ts';
 import { migrate } from '../db/migrator.ts';
+import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
-import { withDatabaseName } from '../db/scratch-database.ts';
 import { createGateway } from '../gateway/app.ts';
 import { MetricsRegistry } from '../core/metrics.ts';
 
@@ -70,25 +68,8 @@ try {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 }
 
-async function database(): Promise<string> {
-  let serverUrl = process.env['DATABASE_URL'];
-  if (!serverUrl) {
-    const cluster = await startEmbeddedPostgres({ dataDir: path.join(work, 'pg'), settings: { max_connections: 200, shared_buffers: '256MB' } });
-    cleanups.push(() => cluster.stop());
-    serverUrl = cluster.connectionString;
-  }
-  const name = `bastion_bench_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  cleanups.push(async () => {
-    const c = new pg.Client({ connectionString: serverUrl });
-    await c.connect();
-    await c.query(`drop database if exists ${name} with (force)`);
-    await c.end();
-  });
-  return withDatabaseName(serverUrl, name);
+function database(): Promise<string> {
+  return benchDatabase(work, cleanups, { max_connections: 200, shared_buffers: '256MB' });
 }
 
 /** 1,000,000 success runs and their index rows, in SQL (≈ a minute): 85 % present, the rest deleted, deleting or missing. */

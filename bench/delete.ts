@@ -25,10 +25,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Logger, run, type Runner, type TaskList } from 'graphile-worker';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../db/embedded-postgres.ts';
 import { migrate } from '../db/migrator.ts';
+import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
-import { withDatabaseName } from '../db/scratch-database.ts';
 import { runBackup } from '../engine/format/run-backup.ts';
 import { openLocalRunDirWriter } from '../engine/targets/local-dir.ts';
 import { workerPreset } from '../worker/runner.ts';
@@ -57,26 +56,8 @@ try {
   for (const c of cleanups.reverse()) await c().catch(() => {});
 }
 
-async function database(): Promise<string> {
-  let serverUrl = process.env['DATABASE_URL'];
-  if (!serverUrl) {
-    const pgDir = path.join(work, 'pg');
-    const cluster = await startEmbeddedPostgres({ dataDir: pgDir, settings: { max_connections: 100 } });
-    cleanups.push(() => cluster.stop());
-    serverUrl = cluster.connectionString;
-  }
-  const name = `bastion_bench_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  cleanups.push(async () => {
-    const c = new pg.Client({ connectionString: serverUrl });
-    await c.connect();
-    await c.query(`drop database if exists ${name} with (force)`);
-    await c.end();
-  });
-  return withDatabaseName(serverUrl, name);
+function database(): Promise<string> {
+  return benchDatabase(work, cleanups, { max_connections: 100 });
 }
 
 /** One real archive_v1 run directory, then `count` copies under `<base>/<job>/<run_i>/`. */

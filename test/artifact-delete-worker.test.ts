@@ -5,13 +5,10 @@
  * proxy; a worker process killed with SIGKILL mid-delete is recovered by the
  * watchdog and its task ends done.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Logger, run, type Runner } from 'graphile-worker';
 import t from 'tap';
 import { backoffSeconds } from '../core/backoff.ts';
 import { SecretKeyProvider } from '../engine/secrets/secret-key.ts';
@@ -21,35 +18,15 @@ import { testDatabase } from './db.ts';
 import { events, graphileJobs, jobWithSnapshots, snapshotRow, task } from './delete-queue-kit.ts';
 import { makeAgent, writeRunDir } from './factories.ts';
 import { startFaultProxy } from './fault-proxy.ts';
+import { spawnQueueWorker, startQueueWorker, until } from './queue-worker.ts';
 import { startWebdavServer } from './webdav-server.ts';
 
 const { pool, db, url } = await testDatabase(t, { poolMax: 20 });
 
 const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 
-/** Start an in-process worker pool running only the delete task. */
-async function startDeleteWorker(t: { teardown(fn: () => unknown): void }, options: ArtifactDeleteOptions = {}): Promise<Runner> {
-  const runner = await run({
-    pgPool: pool,
-    taskList: { 'artifact-delete': artifactDeleteTask({ heartbeatMs: 500, ...options }) as never },
-    noHandleSignals: true,
-    logger: new Logger(() => () => {}),
-    preset: { worker: { concurrentJobs: 4, pollInterval: 100 } },
-  });
-  t.teardown(() => runner.stop());
-  return runner;
-}
-
-/** Poll until `check` returns a value (the deadline only bounds a broken test; nothing asserts timing). */
-async function until<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Start an in-process worker pool running only the artifact-delete task. */
+const startDeleteWorker = (t: { teardown(fn: () => unknown): void }, options: ArtifactDeleteOptions = {}) => startQueueWorker(t, pool, 'artifact-delete', artifactDeleteTask({ heartbeatMs: 500, ...options }));
 
 const settled = (runId: string, statuses = ['done', 'retrying', 'blocked', 'abandoned']) =>
   until(`task ${runId} to settle`, async () => {
@@ -226,23 +203,7 @@ t.test('WebDAV: connection refused and a hung server are network failures', asyn
   }
 });
 
-const WORKER_MAIN = fileURLToPath(new URL('./delete-worker-main.ts', import.meta.url));
-
-function spawnWorker(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): { child: ChildProcess; lines: string[]; waitFor(line: string): Promise<void> } {
-  const child = spawn(process.execPath, [WORKER_MAIN], { env: { ...process.env, DATABASE_URL: url, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return {
-    child,
-    lines,
-    waitFor: (line) => until(`worker to print ${line} (stderr: ${err.slice(-500)})`, async () => lines.includes(line) || (child.exitCode !== null ? Promise.reject(new Error(`worker exited: ${err}`)) : false)).then(() => undefined),
-  };
-}
+const spawnWorker = (t: { teardown(fn: () => unknown): void }, env: Record<string, string>) => spawnQueueWorker(t, url, 'artifact-delete', env);
 
 t.test('a worker process killed with SIGKILL mid-delete: the watchdog recovers the task, another worker finishes it', async (t) => {
   const root = await fs.realpath(t.testdir({}));

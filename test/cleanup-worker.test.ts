@@ -6,12 +6,9 @@
  * process killed with SIGKILL mid-cleanup is recovered by the watchdog and
  * its task ends done.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Logger, run, type Runner } from 'graphile-worker';
 import t from 'tap';
 import { backoffSeconds } from '../core/backoff.ts';
 import { SecretKeyProvider } from '../engine/secrets/secret-key.ts';
@@ -22,35 +19,15 @@ import { testDatabase } from './db.ts';
 import { cleanupEvents, cleanupJob, cleanupJobs, cleanupTask, oldRun } from './cleanup-queue-kit.ts';
 import { makeAgent, writePartialRunDir, writeRunDir } from './factories.ts';
 import { startFaultProxy } from './fault-proxy.ts';
+import { spawnQueueWorker, startQueueWorker, until } from './queue-worker.ts';
 import { startWebdavServer } from './webdav-server.ts';
 
 const { pool, db, url } = await testDatabase(t, { poolMax: 20 });
 
 const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 
-/** Start an in-process worker pool running only the cleanup task. */
-async function startCleanupWorker(t: { teardown(fn: () => unknown): void }, options: IncompleteCleanupOptions = {}): Promise<Runner> {
-  const runner = await run({
-    pgPool: pool,
-    taskList: { 'incomplete-cleanup': incompleteCleanupTask({ heartbeatMs: 500, ...options }) as never },
-    noHandleSignals: true,
-    logger: new Logger(() => () => {}),
-    preset: { worker: { concurrentJobs: 4, pollInterval: 100 } },
-  });
-  t.teardown(() => runner.stop());
-  return runner;
-}
-
-/** Poll until `check` returns a value (the deadline only bounds a broken test; nothing asserts timing). */
-async function until<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Start an in-process worker pool running only the incomplete-cleanup task. */
+const startCleanupWorker = (t: { teardown(fn: () => unknown): void }, options: IncompleteCleanupOptions = {}) => startQueueWorker(t, pool, 'incomplete-cleanup', incompleteCleanupTask({ heartbeatMs: 500, ...options }));
 
 const settled = (runId: string, statuses = ['done', 'retrying', 'blocked', 'abandoned']) =>
   until(`cleanup task ${runId} to settle`, async () => {
@@ -266,22 +243,7 @@ t.test('reconcile as the crontab task feeds the workers: an old failed run witho
   t.same((await cleanupEvents(pool, r.id)).map((e) => e.kind), ['queued', 'attempt', 'deleted'], 'a second tick changes nothing');
 });
 
-const WORKER_MAIN = fileURLToPath(new URL('./cleanup-worker-main.ts', import.meta.url));
-
-function spawnWorker(t: { teardown(fn: () => unknown): void }, env: Record<string, string>): { child: ChildProcess; waitFor(line: string): Promise<void> } {
-  const child = spawn(process.execPath, [WORKER_MAIN], { env: { ...process.env, DATABASE_URL: url, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return {
-    child,
-    waitFor: (line) => until(`worker to print ${line} (stderr: ${err.slice(-500)})`, async () => lines.includes(line) || (child.exitCode !== null ? Promise.reject(new Error(`worker exited: ${err}`)) : false)).then(() => undefined),
-  };
-}
+const spawnWorker = (t: { teardown(fn: () => unknown): void }, env: Record<string, string>) => spawnQueueWorker(t, url, 'incomplete-cleanup', env);
 
 t.test('a worker process killed with SIGKILL mid-cleanup: the watchdog recovers the task, another worker finishes it', async (t) => {
   const root = await fs.realpath(t.testdir({}));

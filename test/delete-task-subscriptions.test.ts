@@ -9,73 +9,11 @@
  * transaction is the next thing the subscriber sees.
  */
 import t from 'tap';
-import { createClient, type Client } from 'graphql-ws';
-import WebSocket from 'ws';
-import { startApi, type Api, type ApiClient } from './api-harness.ts';
+import { startApi, type Api } from './api-harness.ts';
 import { makeJob, makeSnapshot } from './factories.ts';
+import { collect, listening, wsClient, type Collector } from './graphql-ws-client.ts';
 
-/** A graphql-ws client authenticating like `who` (cookie or bearer). */
-function wsClient(t: { teardown(fn: () => unknown): void }, api: Api, who: ApiClient): Client {
-  const headers: Record<string, string> = {};
-  if (who.cookie) headers.cookie = who.cookie;
-  if (who.token) headers.authorization = `Bearer ${who.token}`;
-  headers.origin = api.base;
-  class AuthWebSocket extends WebSocket {
-    constructor(url: string, protocols?: string | string[]) {
-      super(url, protocols, { headers });
-    }
-  }
-  const client = createClient({ url: `${api.base.replace('http', 'ws')}/graphql`, webSocketImpl: AuthWebSocket, retryAttempts: 0, lazy: false });
-  t.teardown(() => client.dispose());
-  return client;
-}
-
-/** Subscribe and collect results; `next()` waits (up to `timeoutMs`) for the next one. */
-function collect(client: Client, query: string, variables: Record<string, unknown>) {
-  const queue: any[] = [];
-  const waiters: Array<(v: any) => void> = [];
-  let probes = 0;
-  let failure: unknown;
-  const dispose = client.subscribe(
-    { query, variables },
-    {
-      next: (v: any) => {
-        // listening()'s probes are counted, never delivered: a late one must not
-        // stand in for the change a test waits for.
-        if (v?.data?.deleteTaskChanged?.op === LISTEN_PROBE) probes++;
-        else (waiters.shift() ?? ((x: unknown) => queue.push(x)))(v);
-      },
-      error: (e) => {
-        failure = e;
-        const waiter = waiters.shift();
-        if (waiter) waiter({ failure: e });
-        else queue.push({ failure: e });
-      },
-      complete: () => {},
-    },
-  );
-  return {
-    dispose,
-    probes: () => probes,
-    failure: () => failure,
-    next(timeoutMs = 10_000): Promise<any> {
-      if (queue.length) return Promise.resolve(queue.shift());
-      return new Promise((resolve, reject) => {
-        const waiter = (v: unknown) => {
-          clearTimeout(timer);
-          resolve(v);
-        };
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          reject(new Error(`no subscription result within ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiters.push(waiter);
-      });
-    },
-  };
-}
-
-type Sub = ReturnType<typeof collect>;
+type Sub = Collector;
 
 /** Send a probe on the topic and wait for it; the results before it are returned (what arrived in between). */
 async function untilProbe(api: Api, sub: Sub, runId: string, marker: string): Promise<any[]> {
@@ -89,18 +27,8 @@ async function untilProbe(api: Api, sub: Sub, runId: string, marker: string): Pr
   }
 }
 
-const LISTEN_PROBE = 'listen-probe';
-
-/** Wait until the server LISTENs on the run's delete topic (PostGraphile LISTENs after the subscribe message is handled). */
-async function listening(api: Api, sub: Sub, runId: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (sub.failure()) throw new Error(`the subscription failed: ${JSON.stringify(sub.failure())}`);
-    await api.pool.query('select pg_notify($1, $2)', [`bastion:run:${runId}:delete`, JSON.stringify({ table: LISTEN_PROBE, op: LISTEN_PROBE, run_id: runId })]);
-    await new Promise((r) => setTimeout(r, 50));
-    if (sub.probes() > 0) return;
-  }
-  throw new Error(`nobody listens on bastion:run:${runId}:delete`);
-}
+/** Wait until the server LISTENs on the run's delete topic. */
+const listeningOn = (api: Api, sub: Sub, runId: string) => listening(api, sub, `bastion:run:${runId}:delete`, { run_id: runId });
 
 const QUERY = `subscription($id: UUID!) { deleteTaskChanged(runId: $id) { table op runId status seq task { status attempts deleteReason } event { seq kind } } }`;
 
@@ -110,8 +38,8 @@ t.test('a delete requested through the REST API reaches a viewer: task insert an
   const operator = await api.as('operator');
   const job = await makeJob(api.db);
   const snap = await makeSnapshot(api.db, job);
-  const sub = collect(wsClient(t, api, viewer), QUERY, { id: snap.run_id });
-  await listening(api, sub, snap.run_id);
+  const sub = collect(wsClient(t, api, viewer, { origin: api.base }), QUERY, { id: snap.run_id });
+  await listeningOn(api, sub, snap.run_id);
 
   const res = await operator.post(`/api/jobs/${job.id}/snapshots/${snap.run_id}/delete`, { reason: 'old data' });
   t.equal(res.status, 200, await res.clone().text());
@@ -141,8 +69,8 @@ t.test('a bulk request notifies each snapshot on its own topic; a task deleted w
   const admin = await api.as('admin');
   const job = await makeJob(api.db);
   const [a, b, c] = [await makeSnapshot(api.db, job), await makeSnapshot(api.db, job), await makeSnapshot(api.db, job)];
-  const sub = collect(wsClient(t, api, operator), QUERY, { id: b!.run_id });
-  await listening(api, sub, b!.run_id);
+  const sub = collect(wsClient(t, api, operator, { origin: api.base }), QUERY, { id: b!.run_id });
+  await listeningOn(api, sub, b!.run_id);
 
   const res = await operator.post(`/api/jobs/${job.id}/snapshots/delete`, { run_ids: [a!.run_id, b!.run_id, c!.run_id] });
   t.equal(res.status, 200, await res.clone().text());

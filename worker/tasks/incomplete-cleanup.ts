@@ -8,10 +8,9 @@
  * records the outcomes — all through the delete queue's generic machinery
  * (worker/queue/attempt-runner.ts and bastion_private.task_*).
  *
- * Batches follow the delete queue's measured trade-off (bench/delete.ts):
- * up to 256 local_dir tasks per job, one after the other, so a node runs at
- * most `lanes_per_node` (4) local cleanups at once; WebDAV tasks one per job,
- * so slow servers run in parallel lanes instead of queueing behind each other.
+ * Batches follow the delete queue's measured trade-off (bench/delete.ts;
+ * worker/queue/target-queue.ts): up to 256 local_dir tasks per job, WebDAV
+ * tasks one per job.
  *
  * Error kinds: this queue records network | io | auth | config | unknown |
  * offline (the issue's list; the table refuses `http`). WebDAV failures the
@@ -20,16 +19,12 @@
  * (blocked, an operator looks); an unusable success answer or a walk that hit
  * its entry limit (the next attempt continues) → `unknown` (retrying).
  */
-import { randomBytes } from 'node:crypto';
 import type { Task } from 'graphile-worker';
-import { z } from 'zod';
-import { UUID_RE } from '../../core/ids.ts';
-import { TaskAttemptError } from '../../core/task-attempt-error.ts';
 import { FAILURE_HINTS, type TaskErrorKind } from '../../core/task-status.ts';
-import type { WebdavCredentials } from '../../core/webdav-path.ts';
 import { executeIncompleteCleanup, type IncompleteCleanupDeps } from '../../engine/cleanup/incomplete-cleanup.ts';
-import { runAttempts, type QueueDefinition } from '../queue/attempt-runner.ts';
+import type { QueueDefinition } from '../queue/attempt-runner.ts';
 import type { ClassifiedFailure } from '../queue/classify-failure.ts';
+import { missingWebdavResolver, targetQueue, targetQueueTask, type TargetQueueOptions } from '../queue/target-queue.ts';
 
 /** Task identifier (also this file's name, the job key prefix and the queue name prefix; see bastion_private.task_queues). */
 export const INCOMPLETE_CLEANUP = 'incomplete-cleanup';
@@ -43,11 +38,6 @@ declare global {
     }
   }
 }
-
-const payloadSchema = z.object({
-  run_id: z.string().regex(UUID_RE),
-  target_type: z.enum(['local_dir', 'webdav']).optional(),
-});
 
 /** Error kinds the cleanup table accepts (sql/migrations/0006, incomplete_cleanup_tasks_error_kinds). */
 export const CLEANUP_ERROR_KINDS: readonly TaskErrorKind[] = ['network', 'io', 'auth', 'config', 'unknown', 'offline'];
@@ -71,62 +61,19 @@ export function mapCleanupFailure(failure: ClassifiedFailure): ClassifiedFailure
 }
 
 /** What the cleanup task needs from its process; defaults are production's. */
-export interface IncompleteCleanupOptions extends Partial<IncompleteCleanupDeps> {
-  /** Tasks per graphile job for local_dir targets (default 256). */
-  localBatchSize?: number;
-  /** Local cleanups of one batch run at once (default 1: the node's lanes are its concurrency). */
-  localConcurrency?: number;
-  /** Longest attempt (default 30 min: a large partial raw_tree_v1 WebDAV walk deletes file by file). */
-  attemptTimeoutMs?: number;
-  /** Heartbeat period (default 10 s; tests shorten it). */
-  heartbeatMs?: number;
-}
-
-function missingResolver(): Promise<WebdavCredentials> {
-  return Promise.reject(
-    new TaskAttemptError('config', 'no_secret_store', 'this worker process was started without access to the secret store, so WebDAV secrets cannot be read'),
-  );
-}
+export interface IncompleteCleanupOptions extends Partial<IncompleteCleanupDeps>, TargetQueueOptions {}
 
 /** The queue definition of incomplete cleanups. */
 export function incompleteCleanupQueue(options: IncompleteCleanupOptions = {}): QueueDefinition {
   const deps: IncompleteCleanupDeps = {
-    resolveWebdavCredentials: options.resolveWebdavCredentials ?? missingResolver,
+    resolveWebdavCredentials: options.resolveWebdavCredentials ?? missingWebdavResolver,
     ...(options.webdavClient ? { webdavClient: options.webdavClient } : {}),
     ...(options.local ? { local: options.local } : {}),
   };
-  const localBatch = options.localBatchSize ?? 256;
-  return {
-    name: INCOMPLETE_CLEANUP_QUEUE,
-    identifier: INCOMPLETE_CLEANUP,
-    batchSize: (targetType) => (targetType === 'webdav' ? 1 : localBatch),
-    concurrency: options.localConcurrency ?? 1,
-    attemptTimeoutMs: options.attemptTimeoutMs ?? 30 * 60_000,
-    timeoutKind: (task) => (task.target_type === 'webdav' ? 'network' : 'io'),
-    execute: (task) => executeIncompleteCleanup(task, deps),
-    mapFailure: (failure) => mapCleanupFailure(failure),
-  };
+  return targetQueue({ name: INCOMPLETE_CLEANUP_QUEUE, identifier: INCOMPLETE_CLEANUP, execute: (task) => executeIncompleteCleanup(task, deps), mapFailure: mapCleanupFailure }, options);
 }
 
 /** The graphile-worker task. */
 export function incompleteCleanupTask(options: IncompleteCleanupOptions = {}): Task<'incomplete-cleanup'> {
-  const def = incompleteCleanupQueue(options);
-  // Fallback identity when graphile-worker does not say which pool locked the job.
-  const fallbackId = `bastion-${process.pid}-${randomBytes(4).toString('hex')}`;
-  return async (payload, helpers) => {
-    const parsed = payloadSchema.safeParse(payload);
-    if (!parsed.success) {
-      // Not retried: a malformed payload stays malformed. Nothing was claimed.
-      helpers.logger.error(`${INCOMPLETE_CLEANUP}: ignoring a job with a malformed payload`, { issues: parsed.error.issues.map((i) => i.message) });
-      return;
-    }
-    const report = await runAttempts(def, parsed.data, {
-      withPgClient: helpers.withPgClient as unknown as Parameters<typeof runAttempts>[2]['withPgClient'],
-      workerId: helpers.job.locked_by ?? fallbackId,
-      abortSignal: helpers.abortSignal,
-      logger: helpers.logger,
-      ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
-    });
-    if (report.claimed > 0) helpers.logger.debug(`${INCOMPLETE_CLEANUP}: ${report.claimed} claimed`, { ...report });
-  };
+  return targetQueueTask(incompleteCleanupQueue(options), options) as Task<'incomplete-cleanup'>;
 }
