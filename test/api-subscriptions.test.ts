@@ -1,6 +1,7 @@
 /**
- * GraphQL subscriptions over graphql-ws on /graphql: authentication at the
- * upgrade (cookie or bearer), Origin checked for cookies, CSRF for
+ * GraphQL subscriptions over graphql-ws on /graphql: authentication (cookie
+ * or bearer; header checks at the upgrade, the credential itself right after
+ * open, before connection_ack), Origin checked for cookies, CSRF for
  * mutations over the socket, re-authentication per operation, and changes
  * delivered from LISTEN/NOTIFY.
  */
