@@ -307,7 +307,6 @@ comment on column bastion_private.secrets.created_at is 'When the secret was fir
 comment on column bastion_private.secrets.updated_at is 'When its value was last replaced.';
 comment on column bastion_private.secrets.updated_by is 'User who stored the current value (NULL from the CLI).';
 
-
 create function bastion.put_secret(node_id text, kind bastion.secret_kind, name text, key_id text, nonce bytea, ciphertext bytea) returns boolean
 language plpgsql
 security definer
