@@ -29,13 +29,13 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { AGENT_WORK_KINDS } from '../core/agent-protocol.ts';
 import { migrate } from '../db/migrator.ts';
-import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
 import { ResultsCache } from '../agent/results-cache.ts';
 import { AgentSession } from '../agent/session.ts';
 import { WorkRunner } from '../agent/work-runner.ts';
 import { runBackup } from '../engine/format/run-backup.ts';
 import { openLocalRunDirWriter } from '../engine/targets/local-dir.ts';
+import { benchDatabase } from './bench-database.ts';
 
 // The simulated agents share this process and its libuv thread pool (4
 // threads by default), where each real agent has its own: with 4, their file

@@ -31,10 +31,10 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pino } from 'pino';
 import { migrate } from '../db/migrator.ts';
-import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
 import { createGateway } from '../gateway/app.ts';
 import { MetricsRegistry } from '../core/metrics.ts';
+import { benchDatabase } from './bench-database.ts';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -26,12 +26,12 @@ import path from 'node:path';
 import { Logger, run, type Runner, type TaskList } from 'graphile-worker';
 import pg from 'pg';
 import { migrate } from '../db/migrator.ts';
-import { benchDatabase } from './bench-database.ts';
 import { createPool } from '../db/pool.ts';
 import { runBackup } from '../engine/format/run-backup.ts';
 import { openLocalRunDirWriter } from '../engine/targets/local-dir.ts';
 import { workerPreset } from '../worker/runner.ts';
 import { ARTIFACT_DELETE, artifactDeleteTask } from '../worker/tasks/artifact-delete.ts';
+import { benchDatabase } from './bench-database.ts';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -286,16 +286,7 @@ export async function spawnHub(t: T, options: { databaseUrl: string; port?: numb
   return hub;
 }
 
-/** Poll `fn` every 25 ms until it returns a truthy value (or throw after `ms`). */
-export async function until<T>(fn: () => Promise<T | null | undefined | false>, what: string, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+export { until } from './until.ts';
 
 /** The status (and outcome) of a delete task. */
 export async function deleteTask(pool: pg.Pool, runId: string): Promise<{ status: string; outcome: string | null; last_error_kind: string | null; last_error: string | null; attempts: number; claimed_by: string | null } | undefined> {

@@ -138,6 +138,11 @@ t.test('hostile WebSocket input: garbage and oversized messages close that socke
   t.equal(await closeCode((ws) => (ws as unknown as { send(d: string): void }).send(JSON.stringify({ type: 'subscribe', id: '1', payload: { query: '{ me { username } }' } }))), 4401, 'subscribe before connection_init');
   const big = await closeCode((ws) => (ws as unknown as { send(d: string): void }).send('x'.repeat(200_000)));
   t.ok(big === 1009 || big === 1006, `message over the size limit closes the socket (${big})`);
+  // A burst right at open, while the credential is still being looked up:
+  // at most 8 are held (then 4429), and any that get through are repeated
+  // connection_inits, which graphql-ws also answers with 4429.
+  const burst = JSON.stringify({ type: 'connection_init', payload: {} });
+  t.equal(await closeCode((ws) => { for (let i = 0; i < 50; i++) (ws as unknown as { send(d: string): void }).send(burst); }), 4429, 'a burst of messages before authentication');
   const ok = collect(wsClient(t, api, token), '{ me { username } }');
   t.match(await ok.next(), { data: { me: { username: token.username } } }, 'the server keeps serving');
 });

@@ -18,7 +18,8 @@ import { testDatabase } from './db.ts';
 import { events, graphileJobs, jobWithSnapshots, snapshotRow, task } from './delete-queue-kit.ts';
 import { makeAgent, writeRunDir } from './factories.ts';
 import { startFaultProxy } from './fault-proxy.ts';
-import { spawnQueueWorker, startQueueWorker, until } from './queue-worker.ts';
+import { spawnQueueWorker, startQueueWorker } from './queue-worker.ts';
+import { until } from './until.ts';
 import { startWebdavServer } from './webdav-server.ts';
 
 const { pool, db, url } = await testDatabase(t, { poolMax: 20 });
@@ -29,10 +30,14 @@ const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 const startDeleteWorker = (t: { teardown(fn: () => unknown): void }, options: ArtifactDeleteOptions = {}) => startQueueWorker(t, pool, 'artifact-delete', artifactDeleteTask({ heartbeatMs: 500, ...options }));
 
 const settled = (runId: string, statuses = ['done', 'retrying', 'blocked', 'abandoned']) =>
-  until(`task ${runId} to settle`, async () => {
-    const tk = await task(pool, runId);
-    return tk && statuses.includes(tk.status) ? tk : undefined;
-  });
+  until(
+    async () => {
+      const tk = await task(pool, runId);
+      return tk && statuses.includes(tk.status) ? tk : undefined;
+    },
+    `task ${runId} to settle`,
+    60_000,
+  );
 
 t.test('local_dir on the hub: real run directories deleted by a worker, safety refusals blocked as config', async (t) => {
   const root = await fs.realpath(t.testdir({ outside: { 'precious.txt': 'keep', 'complete.json': '{}' } }));
@@ -221,10 +226,14 @@ t.test('a worker process killed with SIGKILL mid-delete: the watchdog recovers t
   await new Promise((r) => first.child.once('exit', r));
   t.ok(await exists(path.join(root, job.id, id, 'complete.json')), 'nothing deleted yet');
   // The watchdog tick (every minute in production, 40 s staleness); here with a 1 s threshold once the heartbeat is that old.
-  const recovered = await until('the watchdog to recover the task', async () => {
-    const { rows } = await pool.query("select * from bastion_private.task_watchdog('1 second', '0 seconds')");
-    return rows.find((r) => r.run_id === id);
-  });
+  const recovered = await until(
+    async () => {
+      const { rows } = await pool.query("select * from bastion_private.task_watchdog('1 second', '0 seconds')");
+      return rows.find((r) => r.run_id === id);
+    },
+    'the watchdog to recover the task',
+    60_000,
+  );
   t.equal(recovered.status, 'retrying');
   const ev = (await events(pool, id)).at(-1)!;
   t.same([ev.kind, ev.message, ev.fields!['worker']], ['failed', 'stuck running; recovered', running!.claimed_by]);

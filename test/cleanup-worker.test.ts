@@ -19,7 +19,8 @@ import { testDatabase } from './db.ts';
 import { cleanupEvents, cleanupJob, cleanupJobs, cleanupTask, oldRun } from './cleanup-queue-kit.ts';
 import { makeAgent, writePartialRunDir, writeRunDir } from './factories.ts';
 import { startFaultProxy } from './fault-proxy.ts';
-import { spawnQueueWorker, startQueueWorker, until } from './queue-worker.ts';
+import { spawnQueueWorker, startQueueWorker } from './queue-worker.ts';
+import { until } from './until.ts';
 import { startWebdavServer } from './webdav-server.ts';
 
 const { pool, db, url } = await testDatabase(t, { poolMax: 20 });
@@ -30,10 +31,14 @@ const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
 const startCleanupWorker = (t: { teardown(fn: () => unknown): void }, options: IncompleteCleanupOptions = {}) => startQueueWorker(t, pool, 'incomplete-cleanup', incompleteCleanupTask({ heartbeatMs: 500, ...options }));
 
 const settled = (runId: string, statuses = ['done', 'retrying', 'blocked', 'abandoned']) =>
-  until(`cleanup task ${runId} to settle`, async () => {
-    const tk = await cleanupTask(pool, runId);
-    return tk && statuses.includes(tk.status) ? tk : undefined;
-  });
+  until(
+    async () => {
+      const tk = await cleanupTask(pool, runId);
+      return tk && statuses.includes(tk.status) ? tk : undefined;
+    },
+    `cleanup task ${runId} to settle`,
+    60_000,
+  );
 
 /** Give runs their tasks with their stored snapshots (what reconcile does for them). */
 async function enqueue(runs: Array<{ id: string; target_snapshot: unknown }>): Promise<void> {
@@ -260,10 +265,14 @@ t.test('a worker process killed with SIGKILL mid-cleanup: the watchdog recovers 
   await new Promise((res) => first.child.once('exit', res));
   t.ok(await exists(path.join(root, job.id, r.id, 'manifest.json')), 'nothing deleted yet');
   // The watchdog tick (every minute in production, 40 s staleness); here with a 1 s threshold once the heartbeat is that old.
-  const recovered = await until('the watchdog to recover the task', async () => {
-    const { rows } = await pool.query("select * from bastion_private.task_watchdog('1 second', '0 seconds')");
-    return rows.find((x) => x.run_id === r.id);
-  });
+  const recovered = await until(
+    async () => {
+      const { rows } = await pool.query("select * from bastion_private.task_watchdog('1 second', '0 seconds')");
+      return rows.find((x) => x.run_id === r.id);
+    },
+    'the watchdog to recover the task',
+    60_000,
+  );
   t.same([recovered.queue, recovered.status], ['incomplete_cleanup', 'retrying'], 'the queue watchdog covers this queue');
   const ev = (await cleanupEvents(pool, r.id)).at(-1)!;
   t.same([ev.kind, ev.message, ev.fields!['worker']], ['failed', 'stuck running; recovered', running!.claimed_by]);

@@ -13,10 +13,8 @@ import { startApi, type Api } from './api-harness.ts';
 import { makeJob, makeSnapshot } from './factories.ts';
 import { collect, listening, wsClient, type Collector } from './graphql-ws-client.ts';
 
-type Sub = Collector;
-
 /** Send a probe on the topic and wait for it; the results before it are returned (what arrived in between). */
-async function untilProbe(api: Api, sub: Sub, runId: string, marker: string): Promise<any[]> {
+async function untilProbe(api: Api, sub: Collector, runId: string, marker: string): Promise<any[]> {
   await api.pool.query('select pg_notify($1, $2)', [`bastion:run:${runId}:delete`, JSON.stringify({ table: marker, op: 'probe', run_id: runId })]);
   const seen: any[] = [];
   for (;;) {
@@ -28,7 +26,7 @@ async function untilProbe(api: Api, sub: Sub, runId: string, marker: string): Pr
 }
 
 /** Wait until the server LISTENs on the run's delete topic. */
-const listeningOn = (api: Api, sub: Sub, runId: string) => listening(api, sub, `bastion:run:${runId}:delete`, { run_id: runId });
+const listeningOn = (api: Api, sub: Collector, runId: string) => listening(api, sub, `bastion:run:${runId}:delete`, { run_id: runId });
 
 const QUERY = `subscription($id: UUID!) { deleteTaskChanged(runId: $id) { table op runId status seq task { status attempts deleteReason } event { seq kind } } }`;
 

@@ -2,25 +2,15 @@
  * Workers for the queue tests (artifact deletes, incomplete cleanups): an
  * in-process graphile-worker pool running one task, and a separate worker
  * process (test/queue-worker-main.ts) a test can SIGKILL in the middle of an
- * attempt. Plus the polling helper those tests wait with.
+ * attempt.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Logger, run, type Runner, type Task } from 'graphile-worker';
 import type pg from 'pg';
+import { until } from './until.ts';
 
 type Teardown = { teardown(fn: () => unknown): void };
-
-/** Poll until `check` returns a value (the deadline only bounds a broken test; nothing asserts timing). */
-export async function until<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** An in-process worker pool running only `task` as `identifier`; stopped at teardown. */
 export async function startQueueWorker(t: Teardown, pool: pg.Pool, identifier: string, task: Task<never>): Promise<Runner> {
@@ -50,6 +40,6 @@ export function spawnQueueWorker(t: Teardown, url: string, queue: 'artifact-dele
   return {
     child,
     lines,
-    waitFor: (line) => until(`worker to print ${line} (stderr: ${err.slice(-500)})`, async () => lines.includes(line) || (child.exitCode !== null ? Promise.reject(new Error(`worker exited: ${err}`)) : false)).then(() => undefined),
+    waitFor: (line) => until(async () => lines.includes(line) || (child.exitCode !== null ? Promise.reject(new Error(`worker exited: ${err}`)) : false), `worker to print ${line} (stderr: ${err.slice(-500)})`, 60_000).then(() => undefined),
   };
 }
